@@ -38,8 +38,7 @@ test: test-newest test-oldest
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		train_accelerate.py --output_dir outputs/demo $(DEMO_ARGS)
-	$(VENV)/bin/python scripts/caption_test_images.py --model_dir outputs/demo --output outputs/demo/test_gallery.png
+		train_accelerate.py --output_dir outputs/demo --no_freeze_encoder --projector_dropout 0.1 $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) outputs
