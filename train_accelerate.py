@@ -34,6 +34,7 @@ import transformers
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
+from huggingface_hub import constants as hf_constants
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
@@ -43,6 +44,7 @@ from vitgpt2_caption.caption_collator import CaptionCollator
 from vitgpt2_caption.caption_datasets import load_caption_dataset
 from vitgpt2_caption.caption_metrics import compute_caption_metrics
 from vitgpt2_caption.caption_tokenizer import train_caption_tokenizer
+from vitgpt2_caption.feature_cache import CachedFeatureCollator, ImageFeatureCache, forward_with_cached_features
 
 logger = get_logger(__name__)
 
@@ -87,6 +89,8 @@ def parse_args(argv=None):
     g.add_argument("--decoder_dropout", type=float, default=None, help="Set GPT-2's residual, embedding and attention dropout (None: unchanged, 0.1 for a new decoder).")
     g.add_argument("--prefix_attention", default=None, choices=["causal", "bidirectional"], help="New models: how image prefix positions attend.")
     g.add_argument("--max_caption_length", type=int, default=32, help="Tokens per caption including BOS and EOS (training cut, and max_new_tokens when captioning).")
+    g.add_argument("--cache_image_features", type=str2bool, nargs="?", const=True, default=False, help="Frozen encoder only: compute the encoder's outputs once, keep them on disk (keyed by the encoder's weights, the image preprocessing and the dataset), and run only the projector and decoder in later epochs.")
+    g.add_argument("--image_feature_cache_dir", default=None, help="Where --cache_image_features stores features (default: $HF_HOME/vitgpt2_caption/image_features).")
     g.add_argument("--pad_to_max_length", action="store_true", help="Pad every caption to --max_caption_length (fixed shapes; used by the equivalence tests).")
 
     g = p.add_argument_group("optimisation")
@@ -191,6 +195,23 @@ def optimizer_groups(model, weight_decay):
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias") else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def call_model(model, batch, **kwargs):
+    return model(**batch, **kwargs)
+
+
+def cached_image_features(args, accelerator, model, processor, train_dataset, collator):
+    """Training rows and collate function that read the frozen encoder's outputs from the on-disk cache."""
+    if not args.freeze_encoder:
+        raise ValueError("--cache_image_features needs a frozen encoder (--freeze_encoder): features must not change.")
+    model.vision_model.to(accelerator.device)  # build the cache on the accelerator when there is one
+    cache_root = args.image_feature_cache_dir or os.path.join(hf_constants.HF_HOME, "vitgpt2_caption", "image_features")
+    cache = ImageFeatureCache.build_or_load(
+        cache_root, model, processor.image_processor, train_dataset,
+        batch_size=args.per_device_eval_batch_size, accelerator=accelerator, log=logger.info,
+    )
+    return cache.dataset(train_dataset), CachedFeatureCollator(collator, cache)
 
 
 def with_row_index(collator, rows):
@@ -434,9 +455,12 @@ def main(argv=None):
     # Fixed-length captions (--pad_to_max_length) give every batch the same shapes; the tests need that.
     padded = functools.partial(processor, padding="max_length") if args.pad_to_max_length else processor
     collator = CaptionCollator(padded, max_length=args.max_caption_length, seed=args.seed)
+    train_rows, train_collate = train_dataset, collator
+    if args.cache_image_features:
+        train_rows, train_collate = cached_image_features(args, accelerator, model, processor, train_dataset, collator)
     generator = torch.Generator().manual_seed(args.seed)
     train_dataloader = DataLoader(
-        train_dataset, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=collator,
+        train_rows, shuffle=True, batch_size=args.per_device_train_batch_size, collate_fn=train_collate,
         drop_last=True, num_workers=args.dataloader_num_workers, generator=generator,
     )
     eval_dataloader = DataLoader(
@@ -528,7 +552,8 @@ def main(argv=None):
             step_loss = 0.0
             for batch in micro_batches:
                 with accelerator.accumulate(model):
-                    loss = model(**batch, num_items_in_batch=num_tokens).loss  # this micro-batch's share
+                    forward = forward_with_cached_features if args.cache_image_features else call_model
+                    loss = forward(model, batch, num_items_in_batch=num_tokens).loss  # this micro-batch's share
                     # Undo DDP's mean over processes and accelerate's division by the accumulation steps.
                     accelerator.backward(loss * accelerator.num_processes * window)
                     step_loss = step_loss + loss.detach()

@@ -214,3 +214,20 @@ def test_nan_loss_stops_with_the_step(tmp_path):
     for checkpoint in train_accelerate.list_checkpoints(str(tmp_path / "run")):
         state = load_file(os.path.join(checkpoint, "model.safetensors"))
         assert all(torch.isfinite(t).all() for t in state.values()), checkpoint
+
+
+def test_cached_image_features_train_like_the_encoder(tmp_path):
+    """--cache_image_features: same per-step losses as running the frozen encoder every step (2 epochs)."""
+    common = [*TINY, *DETERMINISTIC, "--per_device_train_batch_size", "16", "--num_train_epochs", "2",
+              "--checkpointing_steps", "0", "--num_test_examples", "4"]
+    train_accelerate.main([*common, "--output_dir", str(tmp_path / "plain")])
+    cache_dir = tmp_path / "features"
+    train_accelerate.main([*common, "--output_dir", str(tmp_path / "cached"), "--cache_image_features",
+                           "--image_feature_cache_dir", str(cache_dir)])
+    plain, cached = step_losses(tmp_path / "plain"), step_losses(tmp_path / "cached")
+    assert len(plain) == len(cached) == 8
+    torch.testing.assert_close(torch.tensor(cached), torch.tensor(plain), rtol=0, atol=1e-5)
+    assert list(cache_dir.rglob("*.safetensors")), "no feature shards were written"
+    with pytest.raises(ValueError, match="frozen encoder"):
+        train_accelerate.main([*common, "--output_dir", str(tmp_path / "unfrozen"), "--cache_image_features",
+                               "--no_freeze_encoder", "--image_feature_cache_dir", str(cache_dir)])
