@@ -42,6 +42,7 @@ from transformers import SchedulerType, get_scheduler
 from vitgpt2_caption import MODEL_SIZES, ViTGPT2CaptionModel, ViTGPT2CaptionProcessor, build_captioner
 from vitgpt2_caption.caption_collator import CaptionCollator
 from vitgpt2_caption.caption_datasets import load_caption_dataset
+from vitgpt2_caption.caption_evaluation import write_gallery_png
 from vitgpt2_caption.caption_metrics import compute_caption_metrics
 from vitgpt2_caption.caption_tokenizer import train_caption_tokenizer
 from vitgpt2_caption.feature_cache import CachedFeatureCollator, ImageFeatureCache, forward_with_cached_features
@@ -378,29 +379,13 @@ def caption_test_images(model, processor, test_dataset, args):
     ]
     with open(os.path.join(args.output_dir, "test_results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    write_gallery(test_dataset, captions, os.path.join(args.output_dir, "test_gallery.png"), args.num_gallery_images)
+    gallery = test_dataset.select(range(min(args.num_gallery_images, len(test_dataset))))
+    if len(gallery):
+        write_gallery_png(
+            [{**row, "caption": caption, "references": row["captions"]} for row, caption in zip(gallery, captions)],
+            os.path.join(args.output_dir, "test_gallery.png"), max_images=args.num_gallery_images,
+        )
     return results
-
-
-def write_gallery(test_dataset, captions, path, count):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    count = min(count, len(captions))
-    cols = 4
-    rows = max(1, math.ceil(count / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.4 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < count:
-            row = test_dataset[i]
-            ax.imshow(row["image"])
-            ax.set_title(f"{captions[i]}\n(truth: {row['captions'][0]})", fontsize=7, wrap=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------------
