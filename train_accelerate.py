@@ -45,6 +45,7 @@ from vitgpt2_caption.caption_datasets import load_caption_dataset
 from vitgpt2_caption.caption_evaluation import write_gallery_png
 from vitgpt2_caption.caption_metrics import compute_caption_metrics
 from vitgpt2_caption.caption_tokenizer import train_caption_tokenizer
+from vitgpt2_caption import synthetic
 from vitgpt2_caption.feature_cache import CachedFeatureCollator, ImageFeatureCache, forward_with_cached_features
 
 logger = get_logger(__name__)
@@ -66,7 +67,7 @@ def str2bool(value):
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def parse_args(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="synthetic", help="A caption folder/file, a Hub dataset name, or `synthetic` (generated on the fly).")
@@ -90,6 +91,7 @@ def parse_args(argv=None):
     g.add_argument("--projector_dropout", type=float, default=None, help="Projector dropout for a new model (None: the config's 0.5).")
     g.add_argument("--decoder_dropout", type=float, default=None, help="Set GPT-2's residual, embedding and attention dropout (None: unchanged, 0.1 for a new decoder).")
     g.add_argument("--prefix_attention", default=None, choices=["causal", "bidirectional"], help="New models: how image prefix positions attend.")
+    g.add_argument("--prefix_pool_size", type=int, default=None, help="New models: average-pool the encoder's patch grid k x k before the projector (None/1: every patch; 2: ViT-B/16's 196 patches -> 49, a 4x shorter decoder prefix).")
     g.add_argument("--max_caption_length", type=int, default=32, help="Tokens per caption including BOS and EOS (training cut, and max_new_tokens when captioning).")
     g.add_argument("--cache_image_features", type=str2bool, nargs="?", const=True, default=False, help="Frozen encoder only: compute the encoder's outputs once, keep them on disk (keyed by the encoder's weights, the image preprocessing and the dataset), and run only the projector and decoder in later epochs.")
     g.add_argument("--image_feature_cache_dir", default=None, help="Where --cache_image_features stores features (default: $HF_HOME/vitgpt2_caption/image_features).")
@@ -123,6 +125,11 @@ def parse_args(argv=None):
     g.add_argument("--report_to", default=None, help="tensorboard, wandb, ... or all (implies --with_tracking).")
     g.add_argument("--push_to_hub", action="store_true", help="Upload the final model folder to --hub_model_id.")
     g.add_argument("--hub_model_id", default=None, help="owner/name of the Hub repo for --push_to_hub.")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
 
     if args.report_to:
@@ -171,6 +178,8 @@ def build_model(args, train_captions):
             config_kwargs["projector_dropout"] = args.projector_dropout
         if args.prefix_attention is not None:
             config_kwargs["prefix_attention"] = args.prefix_attention
+        if args.prefix_pool_size is not None:
+            config_kwargs["prefix_pool_size"] = args.prefix_pool_size
         model, processor = build_captioner(
             args.encoder_name_or_path,
             args.decoder_name_or_path,
@@ -307,6 +316,11 @@ def evaluate(accelerator, model, processor, eval_dataloader, eval_dataset, args)
     results = {"eval_loss": torch.cat(losses).mean().item()}
     if accelerator.is_main_process:
         results.update(compute_caption_metrics(predictions, references, use_java=None if args.compute_meteor else False))
+        if "objects" in eval_dataset.column_names:
+            # Synthetic data: the quality bar of the demo, tracked during training as well as at the end.
+            all_objects = eval_dataset["objects"]
+            correct = [synthetic.caption_names_objects(p, all_objects[r]) for p, r in zip(predictions, rows)]
+            results["fraction_names_exact_objects"] = sum(correct) / len(correct)
     results["samples"] = [{"truth": references[i][0], "caption": predictions[i]} for i in range(min(3, len(rows)))]
     return results
 
@@ -341,7 +355,6 @@ def plot_loss_curve(output_dir):
 
 def caption_test_images(model, processor, test_dataset, args):
     """Main process, after training: print image id / truth / caption, write test_results.json and the gallery."""
-    from vitgpt2_caption import synthetic
 
     model.eval()
     collator = CaptionCollator(processor, max_length=args.max_caption_length)

@@ -127,8 +127,11 @@ def setup_threads(num_threads):
 
 # --- base-shape models, random weights ---------------------------------------------------------------
 
-def build_ours(prefix_attention="causal", projector_dropout=0.5):
-    """Ours at base shapes (ViT-B/16 224 + DistilGPT2's shape), vocabulary GPT-2's + <|pad|>."""
+def build_ours(prefix_attention="causal", projector_dropout=0.5, prefix_pool_size=1):
+    """Ours at base shapes (ViT-B/16 224 + DistilGPT2's shape), vocabulary GPT-2's + <|pad|>.
+
+    `prefix_pool_size=2` is the opt-in pooled prefix: 7x7 pooled patches + [CLS] instead of 14x14 + [CLS].
+    """
     from vitgpt2_caption import ViTGPT2CaptionConfig, ViTGPT2CaptionModel
 
     bos = eos = GPT2_VOCAB - 1
@@ -136,7 +139,8 @@ def build_ours(prefix_attention="causal", projector_dropout=0.5):
     text = {"model_type": "gpt2", "n_layer": 6, "vocab_size": GPT2_VOCAB + 1,
             "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
     config = ViTGPT2CaptionConfig(
-        text_config=text, prefix_attention=prefix_attention, projector_dropout=projector_dropout
+        text_config=text, prefix_attention=prefix_attention, projector_dropout=projector_dropout,
+        prefix_pool_size=prefix_pool_size,
     )
     model = ViTGPT2CaptionModel(config)
     for name, value in (("bos_token_id", bos), ("eos_token_id", eos), ("pad_token_id", pad)):

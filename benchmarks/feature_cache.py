@@ -49,6 +49,8 @@ def main(argv=None):
     parser.add_argument("--max_length", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prefix_pool_size", type=int, default=1,
+                        help="ours with the patch grid average-pooled k x k before the projector (1: every patch)")
     args = parser.parse_args(argv)
     setup_threads(args.threads)
 
@@ -60,7 +62,7 @@ def main(argv=None):
     collator = CaptionCollator(processor, max_length=args.max_length)
     # Base shapes with GPT-2's vocabulary size, as a real DistilGPT2 decoder would have; the synthetic
     # tokenizer's ids are all below it.
-    model = build_ours("causal", projector_dropout=0.0).train()
+    model = build_ours("causal", projector_dropout=0.0, prefix_pool_size=args.prefix_pool_size).train()
     assert len(tokenizer) <= GPT2_VOCAB
     model.vision_model.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -82,7 +84,7 @@ def main(argv=None):
                 print(f"  [round {repeat + 1}/{args.repeats}] {name} epoch: {seconds:.1f} s", flush=True)
 
     uncached, cached = median(times["uncached"]), median(times["cached"])
-    print(f"\n{args.num_images} images, batch {args.batch_size}, medians of {args.repeats} alternating epochs each")
+    print(f"\nprefix_pool_size {args.prefix_pool_size}, {args.num_images} images, batch {args.batch_size}, medians of {args.repeats} alternating epochs each")
     print_table(
         ["epoch", "seconds", "images/s", "speed-up vs uncached"],
         [

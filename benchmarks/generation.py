@@ -57,30 +57,30 @@ def sdpa_calls(model, encoder, pixel_values, new_tokens=3):
     return counts
 
 
+BUILDERS = {
+    "ours-causal": lambda: build_ours("causal"),
+    "ours-bidirectional": lambda: build_ours("bidirectional"),
+    "ours-causal-pool2": lambda: build_ours("causal", prefix_pool_size=2),
+    "ved": build_vision_encoder_decoder,
+    "git": build_git,
+}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
-    parser.add_argument("--models", nargs="+", default=["ours-causal", "ours-bidirectional", "ved", "git"])
+    parser.add_argument("--models", nargs="+", default=["ours-causal", "ours-bidirectional", "ved", "git"],
+                        choices=sorted(BUILDERS))
     parser.add_argument("--new_tokens", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     setup_threads(args.threads)
 
-    builders = {
-        "ours-causal": lambda: build_ours("causal"),
-        "ours-bidirectional": lambda: build_ours("bidirectional"),
-        "ved": build_vision_encoder_decoder,
-        "git": build_git,
-    }
-    models = {name: builders[name]().eval() for name in args.models}
-    encoders = {
-        "ours-causal": lambda m: m.vision_model,
-        "ours-bidirectional": lambda m: m.vision_model,
-        "ved": lambda m: m.encoder,
-        "git": lambda m: m.git.image_encoder,
-    }
+    models = {name: BUILDERS[name]().eval() for name in args.models}
+    encoders = {name: (lambda m: m.vision_model) for name in args.models if name.startswith("ours")}
+    encoders.update({"ved": lambda m: m.encoder, "git": lambda m: m.git.image_encoder})
     probe = torch.randn(1, 3, 224, 224)
     print("\nattention implementation per sub-model, and SDPA calls in generate(3 new tokens, batch 1):")
     for name, model in models.items():

@@ -63,6 +63,10 @@ def git_inputs(pixel_values, input_ids):
 MODELS = {
     "ours-causal": (lambda: build_ours("causal"), ours_inputs, lambda m: m.vision_model),
     "ours-bidirectional": (lambda: build_ours("bidirectional"), ours_inputs, lambda m: m.vision_model),
+    "ours-causal-pool2": (lambda: build_ours("causal", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model),
+    "ours-bidirectional-pool2": (
+        lambda: build_ours("bidirectional", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model
+    ),
     "ved": (build_vision_encoder_decoder, ved_inputs, lambda m: m.encoder),
     "git": (build_git, git_inputs, lambda m: m.git.image_encoder),
 }
@@ -97,7 +101,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--caption_length", type=int, default=20)
-    parser.add_argument("--models", nargs="+", default=["ours-causal", "ours-bidirectional", "ved", "git"])
+    parser.add_argument("--models", nargs="+", default=["ours-causal", "ours-bidirectional", "ours-causal-pool2", "ved", "git"],
+                        choices=sorted(MODELS))
     parser.add_argument("--modes", nargs="+", default=["frozen", "unfrozen"], choices=["frozen", "unfrozen"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

@@ -59,9 +59,12 @@ def make_images(count, seed=0, size=(40, 30)):
     return images
 
 
-@pytest.fixture(params=["causal", "bidirectional"])
+@pytest.fixture(params=[("causal", 1), ("bidirectional", 1), ("bidirectional", 2)],
+                ids=["causal", "bidirectional", "bidirectional-pool2"])
 def tiny_captioner(request):
-    return make_tiny_captioner(request.param)
+    """Both prefix modes, and a pooled image prefix (4x4 patches -> 2x2)."""
+    prefix_attention, prefix_pool_size = request.param
+    return make_tiny_captioner(prefix_attention, prefix_pool_size=prefix_pool_size)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """--cache_image_features: cached encoder outputs give the same losses, are keyed safely and are reused."""
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -9,8 +10,8 @@ from vitgpt2_caption.feature_cache import ImageFeatureCache, CachedFeatureCollat
 from vitgpt2_caption.synthetic import generate_synthetic_dataset
 
 
-def frozen_captioner():
-    model, processor = make_tiny_captioner(projector_dropout=0.0)
+def frozen_captioner(prefix_pool_size=1):
+    model, processor = make_tiny_captioner(projector_dropout=0.0, prefix_pool_size=prefix_pool_size)
     model.vision_model.requires_grad_(False)
     return model, processor
 
@@ -37,9 +38,10 @@ def train_losses(model, loader, cached, steps_per_epoch, epochs=2):
     return losses
 
 
-def test_cached_losses_equal_uncached(tmp_path):
+@pytest.mark.parametrize("prefix_pool_size", [1, 2])
+def test_cached_losses_equal_uncached(tmp_path, prefix_pool_size):
     dataset = synthetic_train()
-    model, processor = frozen_captioner()
+    model, processor = frozen_captioner(prefix_pool_size)
     reference_state = {k: v.clone() for k, v in model.state_dict().items()}
     collator = CaptionCollator(processor, max_length=16)
     uncached = train_losses(model, DataLoader(dataset, batch_size=4, collate_fn=collator), cached=False, steps_per_epoch=3)

@@ -126,6 +126,7 @@ def test_from_encoder_decoder_pretrained_keeps_checkpoint_weights(tmp_path):
         (dict(projector_hidden_size=-4), "projector_hidden_size"),
         (dict(projector_dropout=1.5), "projector_dropout"),
         (dict(prefix_attention="sideways"), "prefix_attention"),
+        (dict(prefix_pool_size=0), "prefix_pool_size"),
         (dict(vision_config={"model_type": "clip_vision_model"}), "vision_config"),
         (dict(text_config={"model_type": "llama"}), "text_config"),
         (dict(text_config={"model_type": "gpt2", "n_positions": 16}), "n_positions"),
@@ -149,6 +150,27 @@ def test_config_round_trips_with_sub_configs_as_dicts(tmp_path):
     assert loaded.text_config.n_layer == 2
     assert loaded.prefix_attention == "bidirectional"
     assert loaded.num_prefix_tokens == 16 + 2 + 1  # patches, [CLS] + [DIST], [SEP]
+
+
+@pytest.mark.parametrize("pool, side", [(2, 2), (3, 2)])
+def test_prefix_pooling_averages_patch_windows_and_keeps_cls(pool, side):
+    """Tiny ViT: a 4x4 patch grid. Pool 2 -> 2x2 windows; pool 3 -> 3x3, 3x1, 1x3 and 1x1 windows (ceil)."""
+    torch.manual_seed(0)
+    model, _ = make_tiny_captioner(prefix_pool_size=pool)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    assert model.config.num_image_tokens == 1 + side * side
+
+    hidden = model.vision_model(pixel_values=pixel_values).last_hidden_state  # (2, 1 + 16, D)
+    grid = hidden[:, 1:].reshape(2, 4, 4, -1)
+    windows = [grid[:, r : r + pool, c : c + pool].mean(dim=(1, 2)) for r in range(0, 4, pool) for c in range(0, 4, pool)]
+    expected = model.projector(torch.cat([hidden[:, :1], torch.stack(windows, dim=1)], dim=1))
+
+    features = model.get_image_features(pixel_values)
+    assert features.shape == (2, 1 + side * side, model.config.text_config.hidden_size)
+    torch.testing.assert_close(features, expected)
+    # The decoder reads the shorter prefix: logits for every caption token, from the pooled image.
+    input_ids = torch.tensor([[model.config.bos_token_id, 5, 6]] * 2)
+    assert model(pixel_values=pixel_values, input_ids=input_ids).logits.shape[:2] == (2, 3)
 
 
 def test_deit_encoder_prefix_length_matches_config():

@@ -3,6 +3,7 @@
 Library code, not remote code: the training job, the benchmarks and the tests build models through here.
 """
 
+import torch
 from transformers import AutoConfig, AutoTokenizer, GPT2Config, GPT2LMHeadModel, ViTConfig
 
 from .configuration_vitgpt2_caption import ViTGPT2CaptionConfig
@@ -20,7 +21,7 @@ MODEL_SIZES = {
     # patches: a small shape (~17 px) spans whole patches (at 64 px with 16 px patches, shapes were confused);
     # the decoder is kept narrow because it reads all 65 image tokens at every layer and dominates the cost.
     "demo": {
-        "vision": dict(image_size=96, patch_size=12, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+        "vision": dict(image_size=112, patch_size=16, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                        intermediate_size=256),
         "text": dict(n_embd=128, n_layer=3, n_head=4, n_positions=128),
     },
@@ -31,6 +32,36 @@ MODEL_SIZES = {
     },
     "base": {"vision": dict(), "text": dict(n_layer=6)},
 }
+
+
+def sincos_position_embeddings(grid_size, dim):
+    """MAE's fixed 2-D sine-cosine position table, shape (1, 1 + grid_size**2, dim), zeros for [CLS].
+
+    Patches are in the ViT's row-major order. A quarter of the channels each hold sin(x), cos(x), sin(y),
+    cos(y) at geometric frequencies, so nearby patches get similar codes from the first step.
+    """
+    if dim % 4:
+        raise ValueError(f"Sine-cosine position embeddings need a width divisible by 4, got {dim}.")
+    y, x = torch.meshgrid(torch.arange(grid_size, dtype=torch.float32), torch.arange(grid_size, dtype=torch.float32), indexing="ij")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    x_angles, y_angles = x.reshape(-1, 1) * frequencies, y.reshape(-1, 1) * frequencies
+    table = torch.cat([x_angles.sin(), x_angles.cos(), y_angles.sin(), y_angles.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), table])[None]
+
+
+def init_vit_position_embeddings(vision_model):
+    """Start a randomly initialised ViT's learned position embeddings at the sine-cosine table.
+
+    A ViT trained from scratch first has to discover where its patches are; with random (std 0.02) position
+    embeddings the demo encoder barely told shapes apart after 1,000 steps (shape accuracy 1% vs 31% in a
+    probe). The embeddings stay trainable.
+    """
+    embeddings = vision_model.embeddings.position_embeddings
+    config = vision_model.config
+    grid_size = config.image_size // config.patch_size
+    with torch.no_grad():
+        embeddings.copy_(sincos_position_embeddings(grid_size, config.hidden_size).to(embeddings.dtype))
+    return vision_model
 
 
 def align_with_tokenizer(model, tokenizer, max_new_tokens=None):
@@ -90,7 +121,9 @@ def build_captioner(
         model = ViTGPT2CaptionModel(
             ViTGPT2CaptionConfig(vision_config=vision_config, text_config=text_config, **config_kwargs)
         )
-        if encoder_name_or_path is not None:
+        if encoder_name_or_path is None:
+            init_vit_position_embeddings(model.vision_model)
+        else:
             model.vision_model = type(model.vision_model).from_pretrained(encoder_name_or_path, add_pooling_layer=False)
             model.config.vision_config = model.vision_model.config
         if decoder_name_or_path is not None:

@@ -226,11 +226,13 @@ class CachedFeatureCollator:
 def forward_with_cached_features(model, batch, **kwargs):
     """`model(**batch, **kwargs)` for a batch from `CachedFeatureCollator`: projector + [SEP] + decoder, no encoder.
 
-    Same result as `model(pixel_values=...)`: the projector runs on the cached `last_hidden_state` here, and
+    Same result as `model(pixel_values=...)`: the pooling and projector run on the cached `last_hidden_state` here, and
     forward appends [SEP] to `image_embeds` exactly as it does for pixel values.
     """
     batch = dict(batch)
     features = batch.pop("image_features")
-    projector = getattr(model, "module", model).projector  # DDP / accelerate wrap the model in `.module`
-    image_embeds = projector(features.to(projector.linear_1.weight.device, projector.linear_1.weight.dtype))
+    captioner = getattr(model, "module", model)  # DDP / accelerate wrap the model in `.module`
+    weight = captioner.projector.linear_1.weight
+    # The cache was built at the image processor's size, which is the encoder's configured size.
+    image_embeds = captioner.project_image_features(features.to(weight.device, weight.dtype))
     return model(image_embeds=image_embeds, **batch, **kwargs)

@@ -4,6 +4,7 @@ The decoder reads `[image prefix, SEP, BOS, caption..., EOS]` as one sequence of
 
     pixel_values (B, 3, H, W)
       -> vision_model.last_hidden_state          (B, P, Dv)   P = patches + [CLS] (+ [DIST] for DeiT)
+      -> optional k x k average pooling of the patch grid (config.prefix_pool_size; 1 = off)
       -> projector: Linear -> GELU -> Dropout -> Linear  (B, P, Dt)
       -> append the learned [SEP]                 (B, P + 1, Dt)
       -> concat caption token embeddings          (B, P + 1 + L, Dt)
@@ -128,7 +129,36 @@ class ViTGPT2CaptionModel(ViTGPT2CaptionPreTrainedModel, GenerationMixin):
             vision_outputs = self.vision_model(
                 pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
             )
-        return self.projector(vision_outputs.last_hidden_state)  # (B, P, Dt)
+        return self.project_image_features(vision_outputs.last_hidden_state, pixel_values.shape[-2:])
+
+    def project_image_features(self, encoder_hidden_states, image_size=None):
+        """Encoder outputs (B, P, Dv) -> pooled (`config.prefix_pool_size`) and projected image tokens (B, P', Dt).
+
+        `image_size` (height, width) of the encoder's input locates the patch grid; it defaults to the
+        configured size. Split out of `get_image_features` so cached encoder outputs take the same path.
+        """
+        pool = self.config.prefix_pool_size
+        if pool > 1:
+            encoder_hidden_states = self._pool_patch_grid(encoder_hidden_states, image_size, pool)
+        return self.projector(encoder_hidden_states)
+
+    def _pool_patch_grid(self, hidden_states, image_size, pool):
+        vision = self.config.vision_config
+        patch = vision.patch_size if isinstance(vision.patch_size, int) else vision.patch_size[0]
+        height, width = image_size if image_size is not None else (vision.image_size, vision.image_size)
+        grid_height, grid_width = int(height) // patch, int(width) // patch
+        num_special = hidden_states.shape[1] - grid_height * grid_width
+        if num_special < 0:
+            raise ValueError(
+                f"Encoder output has {hidden_states.shape[1]} positions, fewer than the {grid_height}x{grid_width} "
+                f"patches of a {height}x{width} image; pass the image size the encoder saw."
+            )
+        special, patches = hidden_states[:, :num_special], hidden_states[:, num_special:]
+        batch_size, _, width_dim = patches.shape
+        grid = patches.transpose(1, 2).reshape(batch_size, width_dim, grid_height, grid_width)
+        # ceil_mode: a grid that is not a multiple of `pool` keeps its last row/column (averaged over fewer).
+        pooled = F.avg_pool2d(grid, kernel_size=pool, stride=pool, ceil_mode=True)
+        return torch.cat([special, pooled.flatten(2).transpose(1, 2)], dim=1)
 
     def _prefix_bidirectional_mask(self, key_padding_mask, num_prefix, query_length, dtype):
         """Additive 4D mask (B, 1, Q, K): causal, except that prefix positions see the whole prefix (GIT-style)."""
