@@ -38,7 +38,8 @@ test: test-newest test-oldest
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
-		train_accelerate.py --output_dir outputs/demo --no_freeze_encoder --projector_dropout 0.1 $(DEMO_ARGS)
+		train_accelerate.py --output_dir outputs/demo --no_freeze_encoder --projector_dropout 0 --decoder_dropout 0 \
+		--max_train_steps 2500 $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) outputs

@@ -73,7 +73,7 @@ def build_parser():
     g.add_argument("--dataset", default="synthetic", help="A caption folder/file, a Hub dataset name, or `synthetic` (generated on the fly).")
     g.add_argument("--dataset_format", default=None, help="imagefolder, mini_coco, coco, karpathy, hub or synthetic (None: detected).")
     g.add_argument("--image_dir", default=None, help="Where the images are, for coco / karpathy / mini_coco annotations.")
-    g.add_argument("--synthetic_image_size", type=int, default=96, help="Synthetic data only: image side in pixels (the processor then resizes to the encoder's input size).")
+    g.add_argument("--synthetic_image_size", type=int, default=112, help="Synthetic data only: image side in pixels (the processor then resizes to the encoder's input size).")
     g.add_argument("--num_train_examples", type=int, default=12000, help="Synthetic data only: training images.")
     g.add_argument("--num_validation_examples", type=int, default=200, help="Synthetic data only: validation images.")
     g.add_argument("--num_test_examples", type=int, default=200, help="Synthetic data only: held-out test images.")
