@@ -316,6 +316,13 @@ def caption_names_objects(caption: str, objects: Sequence[dict]) -> bool:
     return parse_caption_objects(caption) == expected
 
 
+def fraction_naming_exact_objects(captions: Sequence[str], objects_per_image: Sequence[Sequence[dict]]) -> float:
+    """The demo's quality figure: the fraction of captions for which `caption_names_objects` holds."""
+    if len(captions) != len(objects_per_image) or not captions:
+        raise ValueError(f"Need one object list per caption, got {len(captions)} captions and {len(objects_per_image)} lists.")
+    return sum(caption_names_objects(c, o) for c, o in zip(captions, objects_per_image)) / len(captions)
+
+
 def _normalise(word: str) -> str:
     word = _SYNONYMS.get(word, word)
     # Plurals of our shape words: circles, squares, triangles, stars, diamonds.
