@@ -17,9 +17,9 @@ MODEL_SIZES = {
                        intermediate_size=64),
         "text": dict(n_embd=32, n_layer=2, n_head=2, n_positions=256),
     },
-    # `make demo`: learns the synthetic shapes on 2 CPU cores in about ten minutes. 96 px images in 12 px
-    # patches: a small shape (~17 px) spans whole patches (at 64 px with 16 px patches, shapes were confused);
-    # the decoder is kept narrow because it reads all 65 image tokens at every layer and dominates the cost.
+    # `make demo`: trained from scratch on the synthetic default on 2 CPU cores. 112 px in 16 px patches is a
+    # 7 x 7 grid whose patch centres sit on the synthetic object slots (0.22 / 0.5 / 0.78 of the side), so each
+    # small shape lies inside one patch; the decoder is narrow because it reads all 50 image tokens at every layer.
     "demo": {
         "vision": dict(image_size=112, patch_size=16, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                        intermediate_size=256),

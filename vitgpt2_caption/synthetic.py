@@ -154,10 +154,13 @@ def _sample_background(rng: np.random.Generator) -> dict[str, str]:
 
 
 def _render(rng: np.random.Generator, objects: list[dict], background: dict, image_size: int) -> Image.Image:
-    # Drawn at 4x and downsampled: anti-aliased edges, so small stars and triangles stay recognisable at 64 px.
+    # Drawn at 4x and box-averaged down (supersampling): anti-aliased edges, so small stars and triangles stay
+    # recognisable at 64 px. `reduce` is a plain 4 x 4 mean, several times faster than a LANCZOS resize.
     scale = 4
     side = image_size * scale
-    canvas = Image.fromarray(_background_pixels(rng, background, side))
+    # The background is flat at the pixel scale: built at the output size and repeated 4 x 4 (cheap), so the
+    # box average gives it back exactly wherever no object covers it.
+    canvas = Image.fromarray(_background_pixels(rng, background, image_size)).resize((side, side), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
     for obj in objects:
         centre_x, centre_y = POSITIONS[obj["position"]]
@@ -165,23 +168,22 @@ def _render(rng: np.random.Generator, objects: list[dict], background: dict, ima
         radius = SIZES[obj["size"]] * rng.uniform(0.9, 1.1) * side
         centre = ((centre_x + jitter[0]) * side, (centre_y + jitter[1]) * side)
         _draw_shape(draw, obj["shape"], centre, radius, COLOURS[obj["colour"]])
-    return canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return canvas.reduce(scale)
 
 
-def _background_pixels(rng: np.random.Generator, background: dict, side: int) -> np.ndarray:
-    base = np.array(BACKGROUND_COLOURS[background["colour"]], dtype=np.float32)
-    pixels = np.broadcast_to(base, (side, side, 3)).copy()  # (H, W, 3)
+def _background_pixels(rng: np.random.Generator, background: dict, size: int) -> np.ndarray:
+    """The (size, size, 3) uint8 background at the final resolution: a neutral colour plus a grey-level offset."""
+    offset = np.zeros((size, size), dtype=np.float32)
     if background["kind"] == "gradient":
         # A +-40 brightness ramp along a random direction; neutral, so it never matches an object colour.
         angle = rng.uniform(0, 2 * np.pi)
-        ys, xs = np.mgrid[0:side, 0:side] / side - 0.5
-        ramp = (np.cos(angle) * xs + np.sin(angle) * ys) * 80
-        pixels += ramp[..., None]
+        coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+        offset += np.float32(np.cos(angle) * 80) * coords[None, :] + np.float32(np.sin(angle) * 80) * coords[:, None]
     elif background["kind"] == "noisy":
-        # Grey-level noise at 1/4 resolution (blocks survive the final downsampling).
-        noise = rng.normal(0, 25, size=(side // 4, side // 4, 1)).repeat(4, axis=0).repeat(4, axis=1)
-        pixels[: noise.shape[0], : noise.shape[1]] += noise
-    return np.clip(pixels, 0, 255).astype(np.uint8)
+        # Grey-level noise, one value per output pixel.
+        offset += rng.normal(0, 25, size=(size, size)).astype(np.float32)
+    base = np.array(BACKGROUND_COLOURS[background["colour"]], dtype=np.float32)
+    return np.clip(base + offset[..., None], 0, 255).astype(np.uint8)
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre: tuple, radius: float, fill: tuple) -> None:
