@@ -42,7 +42,7 @@ from transformers import SchedulerType, get_scheduler
 from vitgpt2_caption import MODEL_SIZES, ViTGPT2CaptionModel, ViTGPT2CaptionProcessor, build_captioner
 from vitgpt2_caption.caption_collator import CaptionCollator
 from vitgpt2_caption.caption_datasets import load_caption_dataset
-from vitgpt2_caption.caption_evaluation import write_gallery_png
+from vitgpt2_caption.caption_evaluation import evaluate_captions, write_gallery_png
 from vitgpt2_caption.caption_metrics import compute_caption_metrics
 from vitgpt2_caption.caption_tokenizer import train_caption_tokenizer
 from vitgpt2_caption import synthetic
@@ -225,13 +225,6 @@ def cached_image_features(args, accelerator, model, processor, train_dataset, co
     return cache.dataset(train_dataset), CachedFeatureCollator(collator, cache)
 
 
-def with_row_index(collator, rows):
-    """Eval batches also carry each row's index, so gathered captions can be matched to their references."""
-    batch = collator(rows)
-    batch["row"] = torch.tensor([row["row"] for row in rows])
-    return batch
-
-
 # --------------------------------------------------------------------------------------------------
 # Checkpoints: step_N.tmp is written, then renamed to step_N, so a crash mid-save leaves older ones whole.
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +275,7 @@ def resolve_checkpoint(args):
 # --------------------------------------------------------------------------------------------------
 
 
-def generate_captions(model, processor, pixel_values, num_beams, max_new_tokens, zero_image=False):
+def caption_pixel_batch(model, processor, pixel_values, num_beams, max_new_tokens, zero_image=False):
     """(captions, ended_with_eos) for a batch; `zero_image` is the prefix-only ablation."""
     image_embeds = model.get_image_features(pixel_values)
     if zero_image:
@@ -294,35 +287,30 @@ def generate_captions(model, processor, pixel_values, num_beams, max_new_tokens,
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, processor, eval_dataloader, eval_dataset, args):
-    """Validation loss and COCO caption metrics (batched generation, gathered over processes)."""
+def validation_loss(accelerator, model, eval_dataloader):
+    """Mean token cross-entropy per validation image, gathered over the processes."""
     model.eval()
-    raw_model = accelerator.unwrap_model(model)
-    losses, rows, token_ids = [], [], []
+    losses = []
     for batch in eval_dataloader:
-        row = batch.pop("row")
         loss = model(**batch).loss
-        losses.append(accelerator.gather_for_metrics(loss.repeat(len(row))))
-        ids = raw_model.generate(
-            pixel_values=batch["pixel_values"], num_beams=args.num_beams, max_new_tokens=args.max_caption_length
-        )
-        ids = accelerator.pad_across_processes(ids, dim=1, pad_index=processor.tokenizer.pad_token_id)
-        token_ids.extend(accelerator.gather_for_metrics(ids).cpu())
-        rows.extend(accelerator.gather_for_metrics(row).tolist())
+        losses.append(accelerator.gather_for_metrics(loss.repeat(len(batch["input_ids"]))))
     model.train()
-    predictions = processor.batch_decode(torch.nn.utils.rnn.pad_sequence(token_ids, batch_first=True, padding_value=processor.tokenizer.pad_token_id))
-    all_references = eval_dataset["captions"]  # the column only: no image decoding
-    references = [all_references[r] for r in rows]
-    results = {"eval_loss": torch.cat(losses).mean().item()}
-    if accelerator.is_main_process:
-        results.update(compute_caption_metrics(predictions, references, use_java=None if args.compute_meteor else False))
-        if "objects" in eval_dataset.column_names:
-            # Synthetic data: the quality bar of the demo, tracked during training as well as at the end.
-            all_objects = eval_dataset["objects"]
-            results["fraction_names_exact_objects"] = synthetic.fraction_naming_exact_objects(
-                predictions, [all_objects[r] for r in rows]
-            )
-    results["samples"] = [{"truth": references[i][0], "caption": predictions[i]} for i in range(min(3, len(rows)))]
+    return torch.cat(losses).mean().item()
+
+
+def evaluate(accelerator, model, processor, eval_dataloader, eval_dataset, args):
+    """Validation loss and COCO caption metrics (the captioning is `caption_evaluation.evaluate_captions`)."""
+    results = {"eval_loss": validation_loss(accelerator, model, eval_dataloader)}
+    metrics, rows = evaluate_captions(
+        model, processor, eval_dataset, accelerator, num_beams=args.num_beams, max_new_tokens=args.max_caption_length,
+        batch_size=args.per_device_eval_batch_size, use_java=None if args.compute_meteor else False,
+    )
+    results.update(metrics)
+    predictions = [row["caption"] for row in rows]
+    if "objects" in eval_dataset.column_names:
+        # Synthetic data: the quality bar of the demo, tracked during training as well as at the end.
+        results["fraction_names_exact_objects"] = synthetic.fraction_naming_exact_objects(predictions, eval_dataset["objects"])
+    results["samples"] = [{"truth": row["references"][0], "caption": row["caption"]} for row in rows[:3]]
     return results
 
 
@@ -365,8 +353,8 @@ def caption_test_images(model, processor, test_dataset, args):
         for start in range(0, len(test_dataset), args.per_device_eval_batch_size):
             rows = test_dataset.select(range(start, min(start + args.per_device_eval_batch_size, len(test_dataset))))
             pixel_values = collator(list(rows))["pixel_values"].to(model.device)
-            batch_captions, batch_ended = generate_captions(model, processor, pixel_values, args.num_beams, args.max_caption_length)
-            batch_ablated, _ = generate_captions(model, processor, pixel_values, args.num_beams, args.max_caption_length, zero_image=True)
+            batch_captions, batch_ended = caption_pixel_batch(model, processor, pixel_values, args.num_beams, args.max_caption_length)
+            batch_ablated, _ = caption_pixel_batch(model, processor, pixel_values, args.num_beams, args.max_caption_length, zero_image=True)
             captions += batch_captions
             ablated += batch_ablated
             ended += batch_ended.tolist()
@@ -444,7 +432,6 @@ def main(argv=None):
         )
     train_dataset = dataset["train"]
     eval_dataset = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
-    eval_dataset = eval_dataset.add_column("row", list(range(len(eval_dataset))))
 
     # ---- model ----
     train_captions = [caption for captions in train_dataset["captions"] for caption in captions]
@@ -464,7 +451,7 @@ def main(argv=None):
     )
     eval_dataloader = DataLoader(
         eval_dataset, batch_size=args.per_device_eval_batch_size, num_workers=args.dataloader_num_workers,
-        collate_fn=functools.partial(with_row_index, CaptionCollator(padded, args.max_caption_length, seed=args.seed)),
+        collate_fn=CaptionCollator(padded, args.max_caption_length, seed=args.seed),
     )
     optimizer = torch.optim.AdamW(optimizer_groups(model, args.weight_decay), lr=args.learning_rate)
 

@@ -130,7 +130,8 @@ def setup_threads(num_threads):
 def build_ours(prefix_attention="causal", projector_dropout=0.5, prefix_pool_size=1):
     """Ours at base shapes (ViT-B/16 224 + DistilGPT2's shape), vocabulary GPT-2's + <|pad|>.
 
-    `prefix_pool_size=2` is the opt-in pooled prefix: 7x7 pooled patches + [CLS] instead of 14x14 + [CLS].
+    `prefix_pool_size=k` is the opt-in pooled prefix: k=2 gives 7x7 pooled patches + [CLS] instead of 14x14 + [CLS],
+    k=4 gives 4x4 + [CLS] (ceil: the last row and column of windows hold 2 patches).
     """
     from vitgpt2_caption import ViTGPT2CaptionConfig, ViTGPT2CaptionModel
 

@@ -61,6 +61,7 @@ BUILDERS = {
     "ours-causal": lambda: build_ours("causal"),
     "ours-bidirectional": lambda: build_ours("bidirectional"),
     "ours-causal-pool2": lambda: build_ours("causal", prefix_pool_size=2),
+    "ours-causal-pool4": lambda: build_ours("causal", prefix_pool_size=4),
     "ved": build_vision_encoder_decoder,
     "git": build_git,
 }

@@ -64,6 +64,7 @@ MODELS = {
     "ours-causal": (lambda: build_ours("causal"), ours_inputs, lambda m: m.vision_model),
     "ours-bidirectional": (lambda: build_ours("bidirectional"), ours_inputs, lambda m: m.vision_model),
     "ours-causal-pool2": (lambda: build_ours("causal", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model),
+    "ours-causal-pool4": (lambda: build_ours("causal", prefix_pool_size=4), ours_inputs, lambda m: m.vision_model),
     "ours-bidirectional-pool2": (
         lambda: build_ours("bidirectional", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model
     ),

@@ -299,6 +299,8 @@ def compute_caption_metrics(
     java_found = shutil.which("java") is not None
     if use_java and not java_found:
         raise RuntimeError("use_java=True but no `java` executable is on PATH.")
+    # Warn only when METEOR is dropped against the caller's wish; `use_java=False` is a choice, not a surprise.
+    warn_no_meteor = use_java is None and not java_found
     use_java = java_found if use_java is None else use_java
 
     # pycocoevalcap's input format, keyed by item index; one tokeniser call (one JVM) for both.
@@ -320,9 +322,8 @@ def compute_caption_metrics(
             results["METEOR"] = float(_score("METEOR", meteor, gts, res)[0])
         finally:
             del meteor  # its __del__ stops the METEOR JVM
-    else:
-        reason = "use_java=False" if java_found else "no `java` executable is on PATH"
-        warnings.warn(f"METEOR needs Java and is left out of the caption metrics ({reason}).", stacklevel=2)
+    elif warn_no_meteor:
+        warnings.warn("METEOR needs Java and is left out of the caption metrics (no `java` executable is on PATH).", stacklevel=2)
     results["ROUGE_L"] = float(_score("ROUGE_L", Rouge(), gts, res)[0])
     results["CIDEr"] = float(_score("CIDEr", Cider(), gts, res)[0])
     results["seed_bleu_1"] = seed_bleu_1(predictions, references)
