@@ -6,8 +6,10 @@
   to the same final weights as a run that was never interrupted.
 """
 
+import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -240,8 +242,12 @@ def test_every_flag_is_documented_in_the_readme():
 
     parser_actions = train_accelerate.build_parser()._actions
     readme = (REPO / "README.md").read_text()
+    # README's flag tables: | `--flag` | `default` | help |
+    readme_defaults = dict(re.findall(r"^\| `(--[a-z_]+)` \| `([^`]*)` \|", readme, flags=re.MULTILINE))
     for action in parser_actions:
         for flag in action.option_strings:
             if flag.startswith("--") and flag != "--help":
-                assert f"`{flag}`" in readme, f"{flag} is missing from README.md"
+                assert flag in readme_defaults, f"{flag} is missing from README.md's flag tables"
                 assert action.help, f"{flag} has no help text"
+                default = "" if action.default == argparse.SUPPRESS else str(action.default)
+                assert readme_defaults[flag] == default, f"README.md gives {flag} the default {readme_defaults[flag]!r}, the parser {default!r}"
