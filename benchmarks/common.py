@@ -10,6 +10,7 @@ just before it: "peak RSS growth". It counts activations, caches and temporaries
 are already resident), is approximate (2 ms sampling, glibc may reuse freed pages), and only works on Linux.
 """
 
+import functools
 import os
 import statistics
 import threading
@@ -126,6 +127,24 @@ def setup_threads(num_threads):
 
 
 # --- base-shape models, random weights ---------------------------------------------------------------
+
+# Our variants the benchmarks compare, by name: (prefix_attention, prefix_pool_size).
+OURS_VARIANTS = {
+    "ours-causal": ("causal", 1),
+    "ours-bidirectional": ("bidirectional", 1),
+    "ours-causal-pool2": ("causal", 2),
+    "ours-causal-pool4": ("causal", 4),
+    "ours-bidirectional-pool2": ("bidirectional", 2),
+}
+
+
+def ours_variant_builders():
+    """{name: zero-argument builder} for every entry of `OURS_VARIANTS`."""
+    return {
+        name: functools.partial(build_ours, attention, prefix_pool_size=pool)
+        for name, (attention, pool) in OURS_VARIANTS.items()
+    }
+
 
 def build_ours(prefix_attention="causal", projector_dropout=0.5, prefix_pool_size=1):
     """Ours at base shapes (ViT-B/16 224 + DistilGPT2's shape), vocabulary GPT-2's + <|pad|>.

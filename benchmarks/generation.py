@@ -20,9 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     attention_report,
     build_git,
-    build_ours,
     build_vision_encoder_decoder,
     median,
+    ours_variant_builders,
     print_table,
     run_alternating,
     setup_threads,
@@ -57,14 +57,7 @@ def sdpa_calls(model, encoder, pixel_values, new_tokens=3):
     return counts
 
 
-BUILDERS = {
-    "ours-causal": lambda: build_ours("causal"),
-    "ours-bidirectional": lambda: build_ours("bidirectional"),
-    "ours-causal-pool2": lambda: build_ours("causal", prefix_pool_size=2),
-    "ours-causal-pool4": lambda: build_ours("causal", prefix_pool_size=4),
-    "ved": build_vision_encoder_decoder,
-    "git": build_git,
-}
+BUILDERS = {**ours_variant_builders(), "ved": build_vision_encoder_decoder, "git": build_git}
 
 
 def main(argv=None):

@@ -23,10 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     GPT2_VOCAB,
     build_git,
-    build_ours,
     build_vision_encoder_decoder,
     matmul_gflops,
     median,
+    ours_variant_builders,
     print_table,
     run_alternating,
     setup_threads,
@@ -61,13 +61,7 @@ def git_inputs(pixel_values, input_ids):
 
 
 MODELS = {
-    "ours-causal": (lambda: build_ours("causal"), ours_inputs, lambda m: m.vision_model),
-    "ours-bidirectional": (lambda: build_ours("bidirectional"), ours_inputs, lambda m: m.vision_model),
-    "ours-causal-pool2": (lambda: build_ours("causal", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model),
-    "ours-causal-pool4": (lambda: build_ours("causal", prefix_pool_size=4), ours_inputs, lambda m: m.vision_model),
-    "ours-bidirectional-pool2": (
-        lambda: build_ours("bidirectional", prefix_pool_size=2), ours_inputs, lambda m: m.vision_model
-    ),
+    **{name: (build, ours_inputs, lambda m: m.vision_model) for name, build in ours_variant_builders().items()},
     "ved": (build_vision_encoder_decoder, ved_inputs, lambda m: m.encoder),
     "git": (build_git, git_inputs, lambda m: m.git.image_encoder),
 }
