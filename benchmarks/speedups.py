@@ -1,6 +1,7 @@
 """Measured gains of ours' output-preserving speed-ups, each A/B in ONE process (alternating, medians).
 
-    python benchmarks/speedups.py [--only beam_prefill gelu fused_adamw inference_mode] [--repeats 3]
+    python benchmarks/speedups.py [--only beam_prefill beam_reorder prefix_sharing_cache gelu fused_adamw
+                                          inference_mode] [--repeats 3]
 
 - beam_prefill: generate() prefills the decoder once per image and repeats the cache per beam
   (modeling_vitgpt2_caption `_expand_inputs_for_generation` / `image_repeats`), vs GenerationMixin's default
@@ -8,6 +9,9 @@
   Sequences must be identical.
 - beam_reorder: the beam-search cache reorder by advanced indexing (modeling `_reorder_cache`) vs the cache's
   own `index_select` (~20x slower on CPU in torch 2.13). Batch 8, beam 3, 20 tokens. Sequences must be identical.
+- prefix_sharing_cache: generate() with PrefixSharingCacheLayer (keys/values appended into spare capacity; beam
+  reorders skip the image prefix that all beams of an image share) vs transformers' DynamicLayer (a concatenation
+  per step, a full gather per beam-search step). Batch 8, beam 3 and greedy, 20 tokens. Sequences must be identical.
 - gelu: GPT-2's `gelu_new` (tanh GELU written as 6 elementwise ops) vs `gelu_pytorch_tanh` (the same formula,
   one fused kernel): a config change, same weights. Training step, batch 8, frozen encoder; max |loss diff|.
 - fused_adamw: `torch.optim.AdamW(fused=True)` (supported on CPU) vs the default per-parameter loop;
@@ -27,6 +31,7 @@ from common import build_ours, median, run_alternating, setup_threads  # noqa: E
 from training_step import make_batch, ours_inputs  # noqa: E402
 
 from vitgpt2_caption import ViTGPT2CaptionModel  # noqa: E402
+from vitgpt2_caption.modeling_vitgpt2_caption import PrefixSharingCacheLayer  # noqa: E402
 
 FORCED = dict(max_new_tokens=20, min_new_tokens=20)
 
@@ -73,16 +78,38 @@ def beam_reorder(repeats):
     def run(name, reorder):
         def fn():
             ViTGPT2CaptionModel._reorder_cache = reorder
+            model.generation_cache_layer_class = None  # both sides on DynamicLayer: the reorder alone
             try:
                 outputs[name] = model.generate(pixel_values=pixel_values, num_beams=3, **FORCED)
             finally:
                 ViTGPT2CaptionModel._reorder_cache = ours_reorder
+                del model.generation_cache_layer_class
         return fn
 
     results = run_alternating({"index_select": run("index_select", default_reorder),
                                "indexing": run("indexing", ours_reorder)}, repeats=repeats)
     same = torch.equal(outputs["index_select"], outputs["indexing"])
     report("beam_reorder (batch 8, beam 3)", results, "index_select", "indexing", f"same sequences: {same}")
+
+
+def prefix_sharing_cache(repeats):
+    model = build_ours().eval()
+    pixel_values = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for label, strategy in (("beam 3", dict(num_beams=3)), ("greedy", dict(num_beams=1))):
+        outputs = {}
+
+        def run(name, layer_class):
+            def fn():
+                model.generation_cache_layer_class = layer_class  # instance attribute: this model only
+                outputs[name] = model.generate(pixel_values=pixel_values, **strategy, **FORCED)
+            return fn
+
+        results = run_alternating({"DynamicLayer": run("DynamicLayer", None),
+                                   "PrefixSharingCacheLayer": run("PrefixSharingCacheLayer", PrefixSharingCacheLayer)},
+                                  repeats=repeats)
+        same = torch.equal(outputs["DynamicLayer"], outputs["PrefixSharingCacheLayer"])
+        report(f"prefix_sharing_cache (batch 8, {label})", results, "DynamicLayer", "PrefixSharingCacheLayer",
+               f"same sequences: {same}")
 
 
 def training_ab(name, repeats, variant):
@@ -146,7 +173,8 @@ def inference_mode(repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", default=["beam_prefill", "beam_reorder", "gelu", "fused_adamw", "inference_mode"])
+    parser.add_argument("--only", nargs="+", default=["beam_prefill", "beam_reorder", "prefix_sharing_cache", "gelu", "fused_adamw",
+                                                   "inference_mode"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -155,6 +183,8 @@ def main(argv=None):
         print(f"\n{name}", flush=True)
         if name == "beam_reorder":
             beam_reorder(args.repeats)
+        elif name == "prefix_sharing_cache":
+            prefix_sharing_cache(args.repeats)
         elif name == "beam_prefill":
             beam_prefill(args.repeats)
         elif name == "gelu":

@@ -5,6 +5,8 @@ import torch
 
 from conftest import make_images, make_tiny_captioner
 
+from vitgpt2_caption.modeling_vitgpt2_caption import PrefixSharingCacheLayer
+
 pytestmark = pytest.mark.compat
 NEW_TOKENS = 8
 
@@ -95,3 +97,67 @@ def test_generation_stops_at_eos_when_learned():
     assert out.shape == (2, 2)
     assert out[:, -1].tolist() == [model.config.eos_token_id] * 2
     assert processor.batch_decode(out) == ["", ""]
+
+
+def _stock_dynamic_layer_ops(cls, ops):
+    """Apply the same cache operations to a fresh layer of `cls`; return its keys and values after each op."""
+    layer, seen = cls(), []
+    for op, *args in ops:
+        if op == "update":
+            layer.update(*args)
+        elif op == "reorder":
+            index, within_groups = args
+            if isinstance(layer, PrefixSharingCacheLayer):
+                layer.reorder_cache(index, within_groups=within_groups and layer.stays_within_groups(index))
+            else:
+                layer.reorder_cache(index)
+        else:
+            getattr(layer, op)(*args)
+        seen.append((layer.keys.clone(), layer.values.clone(), layer.get_seq_length()))
+    return seen
+
+
+def test_prefix_sharing_cache_layer_holds_what_dynamic_layer_holds():
+    from transformers.cache_utils import DynamicLayer
+
+    generator = torch.Generator().manual_seed(0)
+
+    def states(batch, length):
+        return torch.randn(batch, 2, length, 4, generator=generator), torch.randn(batch, 2, length, 4, generator=generator)
+
+    ops = [("update", *states(2, 5)), ("batch_repeat_interleave", 3)]
+    for step in range(40):  # past the spare capacity: the buffer has to grow
+        ops.append(("update", *states(6, 1)))
+        ops.append(("reorder", torch.tensor([2, 0, 0, 5, 3, 4]), True))  # every beam stays with its image
+    ops += [("reorder", torch.tensor([3, 3, 0, 1, 5, 2]), True), ("update", *states(6, 1))]  # crosses images
+    ops += [("batch_select_indices", torch.tensor([0, 4])), ("update", *states(2, 2))]
+    expected = _stock_dynamic_layer_ops(DynamicLayer, ops)
+    got = _stock_dynamic_layer_ops(PrefixSharingCacheLayer, ops)
+    for (keys, values, length), (want_keys, want_values, want_length) in zip(got, expected):
+        assert length == want_length
+        assert torch.equal(keys, want_keys) and torch.equal(values, want_values)
+
+
+def test_generate_uses_prefix_sharing_cache_with_the_stock_cache_outputs(inputs, monkeypatch):
+    model, _, pixel_values = inputs
+    kwargs = full_length(num_beams=3, num_return_sequences=2, output_scores=True, return_dict_in_generate=True)
+    reorders = []
+    original = PrefixSharingCacheLayer.reorder_cache
+
+    def spy(self, beam_idx, within_groups=False):
+        reorders.append(within_groups)
+        return original(self, beam_idx, within_groups=within_groups)
+
+    monkeypatch.setattr(PrefixSharingCacheLayer, "reorder_cache", spy)
+    ours = model.generate(pixel_values=pixel_values, **kwargs)
+    # Every reorder in this beam search skipped the shared image prefix.
+    assert reorders and all(reorders)
+    model.generation_cache_layer_class = None  # transformers' DynamicLayer
+    try:
+        reorders.clear()
+        stock = model.generate(pixel_values=pixel_values, **kwargs)
+    finally:
+        del model.generation_cache_layer_class
+    assert reorders == []
+    assert torch.equal(ours.sequences, stock.sequences)
+    torch.testing.assert_close(ours.sequences_scores, stock.sequences_scores, rtol=0, atol=1e-5)
