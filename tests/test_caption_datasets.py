@@ -457,3 +457,32 @@ def test_hub_datasets_are_normalised(tmp_path, monkeypatch):
     assert rows["validation"] == {"8": (["c8"], 8), "9": (["c9"], 9)}
     assert {**rows["train"], **rows["test"]} == {str(i): ([f"c{i}"], i) for i in range(7)}
     _assert_disjoint_splits(loaded)
+
+
+def test_hub_rows_of_one_image_become_one_row_and_never_cross_splits(tmp_path, monkeypatch):
+    # Datasets such as COCO-style caption tables hold one caption per row; carving by row would put captions of
+    # one image in train and test.
+    for index in range(6):
+        _write_image(tmp_path / f"{index}.png", index)
+    rows = [(i, f"image {i} caption {k}") for i in range(6) for k in range(3)]
+    features = datasets.Features(
+        {"image": datasets.Image(), "caption": datasets.Value("string"), "image_id": datasets.Value("int64")}
+    )
+    train = datasets.Dataset.from_dict(
+        {
+            "image": [str(tmp_path / f"{i}.png") for i, _ in rows],
+            "caption": [caption for _, caption in rows],
+            "image_id": [i for i, _ in rows],
+        },
+        features=features,
+    )
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, **kwargs: datasets.DatasetDict({"train": train}))
+    loaded = load_caption_dataset("someone/coco-rows", validation_fraction=0.34, test_fraction=0.34)
+    seen = {}
+    for split in ("train", "validation", "test"):
+        for row in loaded[split]:
+            assert row["image_id"] not in seen, f"image {row['image_id']} is in {seen.get(row['image_id'])} and {split}"
+            seen[row["image_id"]] = split
+            assert row["captions"] == [f"image {row['image_id']} caption {k}" for k in range(3)]
+    assert sorted(seen) == [str(i) for i in range(6)]
+    assert all(len(loaded[split]) >= 1 for split in ("validation", "test"))

@@ -21,8 +21,10 @@ Formats (`dataset_format=`, detected from the folder when not given):
   images at `image_dir/filepath/filename` (`image_dir` defaults to the file's folder); `restval` joins train.
 - `hub`: any other name is passed to `datasets.load_dataset(source, **hub_kwargs)`; the image column
   (the first `Image` feature) and the caption column (`captions`, `caption`, `sentences`, `text` or
-  `raw`; a string or a list of strings) are found by name. The Hub dataset must hold one row per image
-  (carved splits are by row). This path needs the network and is not covered by the offline tests.
+  `raw`; a string or a list of strings) are found by name. Rows that share an id (`image_id`, `cocoid`,
+  `imgid`, `id`, `filename` or `file_name`: one caption per row) are merged into one row per image, so a
+  carved split never holds an image that train also holds. Without an id column every row is its own image.
+  Loading by name needs the network; the offline tests feed the loader in-memory datasets.
 - `synthetic`: `synthetic.generate_synthetic_dataset(seed=seed, **synthetic_kwargs)`.
 
 Splits a source lacks are carved from train with a seeded permutation of images (never of captions, so
@@ -688,7 +690,24 @@ def _normalise_hub_split(dataset: datasets.Dataset, where: str, report: LoadRepo
     dataset = dataset.map(
         normalise, with_indices=True, remove_columns=dataset.column_names, features=datasets.Features(columns)
     )
+    if id_column:
+        dataset = _one_row_per_image(dataset)
     without_captions = dataset.filter(lambda row: not row["captions"])
     for image_id in without_captions["image_id"]:
         report.add("image_without_caption", f"{where} {image_id}")
     return dataset.filter(lambda row: bool(row["captions"]))
+
+
+def _one_row_per_image(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Merge rows with the same `image_id` (datasets with one caption per row): captions in row order."""
+    image_ids = dataset["image_id"]
+    if len(set(image_ids)) == len(image_ids):
+        return dataset
+    first_row, merged = {}, {}
+    for row, (image_id, captions) in enumerate(zip(image_ids, dataset["captions"])):
+        first_row.setdefault(image_id, row)
+        merged.setdefault(image_id, []).extend(captions)
+    kept = dataset.select(list(first_row.values()))
+    return kept.remove_columns("captions").add_column(
+        "captions", [merged[image_id] for image_id in first_row], feature=datasets.List(datasets.Value("string"))
+    ).select_columns(["image", "captions", "image_id"])
