@@ -15,7 +15,7 @@ from typing import Any, Optional
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 # The repository root's template. An installed (non-editable) package has no repository root: pass template_path.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # package data: also in an installed wheel
 TAGS = ["image-captioning", "vision", "vit", "gpt2", "custom_code"]
 
 # metrics.json name -> (model-index metric type, display name).
