@@ -64,8 +64,7 @@ class PrefixSharingCacheLayer(DynamicLayer):
         length = self.get_seq_length()
         new_length = length + key_states.shape[-2]
         if length == 0 or not self._owns_current_states() or new_length > self._key_buffer.shape[-2]:
-            # Room for a caption after the prefix, then geometric growth: a handful of reallocations per call.
-            capacity = new_length + max(32, new_length // 2)
+            capacity = self._capacity_for(new_length)
             self._key_buffer = self._grown(self.keys, key_states, length, capacity)
             self._value_buffer = self._grown(self.values, value_states, length, capacity)
         self._key_buffer[:, :, length:new_length] = key_states
@@ -73,6 +72,11 @@ class PrefixSharingCacheLayer(DynamicLayer):
         self.keys = self._key_buffer[:, :, :new_length]
         self.values = self._value_buffer[:, :, :new_length]
         return self.keys, self.values
+
+    @staticmethod
+    def _capacity_for(length):
+        # Room for a caption after the prefix, then geometric growth: a handful of reallocations per call.
+        return length + max(32, length // 2)
 
     @staticmethod
     def _grown(states, new_states, length, capacity):
@@ -87,7 +91,7 @@ class PrefixSharingCacheLayer(DynamicLayer):
         if length == 0 or repeats == 1:
             return
         # Repeat straight into a buffer with room for the caption: one copy of the prefix per beam, not two.
-        capacity = length + max(32, length // 2)
+        capacity = self._capacity_for(length)
 
         def repeated(states):
             batch, heads, _, head_dim = states.shape
@@ -119,7 +123,7 @@ class PrefixSharingCacheLayer(DynamicLayer):
         if self.get_seq_length() == 0:
             return
         index = beam_idx.to(self.keys.device)
-        start = self.shared_length if within_groups and self.shared_group > 1 else 0
+        start = self.shared_length if within_groups else 0  # 0 whenever the rows share nothing
         if start == 0:
             # Advanced indexing, not the base class's index_select: ~20x faster on CPU for these shapes.
             self.keys, self.values = self.keys[index], self.values[index]
