@@ -8,6 +8,8 @@ a process, so neither can compare models in ONE process. We sample the process's
 (`/proc/self/statm`) every 2 ms in a background thread during the call and report the peak minus the RSS
 just before it: "peak RSS growth". It counts activations, caches and temporaries (not the weights, which
 are already resident), is approximate (2 ms sampling, glibc may reuse freed pages), and only works on Linux.
+On a GPU (`--device cuda`) the peak is the CUDA allocator's instead (`torch.cuda.max_memory_allocated` minus the
+allocation on entry), and every timed call ends with `torch.cuda.synchronize()` so its kernels are inside the time.
 """
 
 import functools
@@ -54,20 +56,39 @@ class PeakRSS:
         return False
 
 
-def run_alternating(candidates, repeats=3, warmup=1, measure_memory=True, log=print):
+class PeakCUDA:
+    """Context manager: `.peak` = the CUDA allocator's peak while inside, minus its allocation on entry (bytes)."""
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self._start = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self.peak = torch.cuda.max_memory_allocated() - self._start
+        return False
+
+
+def run_alternating(candidates, repeats=3, warmup=1, measure_memory=True, log=print, device="cpu"):
     """Time each `name -> fn()` in turn, `repeats` rounds after `warmup` rounds.
 
     Returns `{name: {"seconds": [...], "peak_bytes": [...]}}` (warm-up rounds excluded).
     """
+    on_gpu = str(device).startswith("cuda")
     results = {name: {"seconds": [], "peak_bytes": []} for name in candidates}
     for round_index in range(warmup + repeats):
         for name, fn in candidates.items():
-            with PeakRSS() if measure_memory else _Null() as memory:
+            memory_meter = (PeakCUDA() if on_gpu else PeakRSS()) if measure_memory else _Null()
+            with memory_meter as memory:
+                _sync(device)
                 start = time.perf_counter()
                 fn()
+                _sync(device)
                 seconds = time.perf_counter() - start
             tag = "warm-up" if round_index < warmup else f"round {round_index - warmup + 1}/{repeats}"
-            log(f"  [{tag}] {name}: {seconds:.2f} s")
+            log(f"  [{tag}] {name}: {seconds:.3f} s")
             if round_index >= warmup:
                 results[name]["seconds"].append(seconds)
                 results[name]["peak_bytes"].append(getattr(memory, "peak", 0))
@@ -88,18 +109,28 @@ def median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def matmul_gflops(size=2048, repeats=5, dtype=torch.float32, device="cpu"):
-    """Measured dense matmul rate (GFLOP/s, median of `repeats`) of this machine, same threads as the benchmark."""
+def matmul_gflops(size=None, repeats=None, dtype=torch.float32, device="cpu"):
+    """Measured dense matmul rate (GFLOP/s, median of `repeats`) of this machine, same threads as the benchmark.
+
+    CPU: 2048^2 x 5. GPU: 8192^2, 10 products per timing (one product is ~1 ms on an H200, too short to time
+    alone), 5 timings, after 3 warm-up products that also bring the clocks up.
+    """
+    on_gpu = str(device).startswith("cuda")
+    size = size or (8192 if on_gpu else 2048)
+    repeats = repeats or 5
+    products = 10 if on_gpu else 1
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    torch.matmul(a, b)  # warm-up
+    for _ in range(3 if on_gpu else 1):  # warm-up
+        torch.matmul(a, b)
     rates = []
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        torch.matmul(a, b)
+        for _ in range(products):
+            torch.matmul(a, b)
         _sync(device)
-        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+        rates.append(2 * size**3 * products / (time.perf_counter() - start) / 1e9)
     return median(rates)
 
 
@@ -117,13 +148,26 @@ def print_table(headers, rows):
     print("\n".join(lines), flush=True)
 
 
-def setup_threads(num_threads):
+def setup_threads(num_threads, device="cpu"):
     torch.set_num_threads(num_threads)
     torch.manual_seed(0)
+    import transformers
+
+    where = torch.cuda.get_device_name() if str(device).startswith("cuda") else "CPU"
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu_count {os.cpu_count()}",
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
+        f"cpu_count {os.cpu_count()}, device {device} ({where})",
         flush=True,
     )
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def add_device_arguments(parser, dtype_help):
+    """`--device` and `--dtype`, shared by the benchmarks that also run on a GPU."""
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (an NVIDIA GPU).")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help=dtype_help)
 
 
 # --- base-shape models, random weights ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Training-step throughput: ours vs VisionEncoderDecoder vs GIT-base at base shapes, random weights, ONE process.
 
     python benchmarks/training_step.py [--batch_size 8] [--caption_length 20] [--repeats 3] [--threads 2]
+    python benchmarks/training_step.py --device cuda --dtype bfloat16 --batch_size 128   # on an NVIDIA GPU
 
 A step is forward + backward + AdamW step + zero_grad, on the same pixels and captions for all models,
 with the encoder frozen (`requires_grad_(False)`) and unfrozen. The candidates run alternately (one
@@ -8,9 +9,14 @@ warm-up round, then `--repeats`); medians are reported.
 
 Model FLOPs per sample are counted with `torch.utils.flop_counter.FlopCounterMode` over one forward +
 backward (matmuls, convolutions and SDPA; elementwise work and the optimizer are not counted, as usual for
-"model FLOPs"). The achieved fraction is (FLOPs per step / step time) / the fp32 matmul rate measured in the
-same run (2048 x 2048, same threads).
+"model FLOPs"). The achieved fraction is (FLOPs per step / step time) / the matmul rate measured in the
+same run (CPU: fp32 2048 x 2048, same threads; GPU: 8192 x 8192 in the step's dtype).
+
+`--dtype bfloat16` is mixed precision as `accelerate launch --mixed_precision bf16` does it: fp32 weights and
+optimizer, forward and loss under `torch.autocast(dtype=torch.bfloat16)`.
 """
+
+import functools
 
 import argparse
 import os
@@ -21,7 +27,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
+    DTYPES,
     GPT2_VOCAB,
+    add_device_arguments,
     build_git,
     build_vision_encoder_decoder,
     matmul_gflops,
@@ -68,17 +76,22 @@ MODELS = {
 
 
 class Trainer:
-    def __init__(self, name, inputs, freeze_encoder):
+    def __init__(self, name, inputs, freeze_encoder, device="cpu", dtype=torch.float32, compile=False):
         build, make_inputs, encoder_of = MODELS[name]
         torch.manual_seed(0)
-        self.model = build().train()
+        self.model = build().train().to(device)
         encoder_of(self.model).requires_grad_(not freeze_encoder)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-5)
-        self.inputs = make_inputs(*inputs)
+        self.inputs = {key: value.to(device) for key, value in make_inputs(*inputs).items()}
+        device_type = torch.device(device).type
+        self.precision = functools.partial(torch.autocast, device_type, dtype=dtype, enabled=dtype != torch.float32)
+        # What `accelerate launch --dynamo_backend inductor` does to the model in accelerator.prepare.
+        self.forward = torch.compile(self.model) if compile else self.model
 
     def step(self):
-        loss = self.model(**self.inputs).loss
+        with self.precision():
+            loss = self.forward(**self.inputs).loss
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -87,7 +100,9 @@ class Trainer:
     def flops(self):
         counter = FlopCounterMode(display=False)
         with counter:
-            self.model(**self.inputs).loss.backward()
+            with self.precision():
+                loss = self.model(**self.inputs).loss
+            loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
         return counter.get_total_flops()
 
@@ -103,47 +118,61 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flops_batch_size", type=int, default=1,
                         help="batch size of the one FLOP-counting step (FLOPs per sample do not depend on it)")
+    add_device_arguments(parser, "float32, or bfloat16 = autocast mixed precision (fp32 weights).")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every model (as `accelerate launch --dynamo_backend inductor`); "
+                             "the warm-up round then includes compilation.")
     args = parser.parse_args(argv)
-    setup_threads(args.threads)
+    setup_threads(args.threads, args.device)
+    dtype = DTYPES[args.dtype]
+    on_device = dict(device=args.device, dtype=dtype)
+    measure_rate = functools.partial(matmul_gflops, dtype=dtype, device=args.device)
 
     inputs = make_batch(args.batch_size, args.caption_length)
-    rate_before = matmul_gflops()
-    print(f"fp32 matmul rate (2048^2, median of 5): {rate_before:.1f} GFLOP/s", flush=True)
+    rate_before = measure_rate()
+    print(f"{args.dtype} matmul rate on {args.device}: {rate_before:.1f} GFLOP/s", flush=True)
 
     rows = []
     for mode in args.modes:
-        trainers = {name: Trainer(name, inputs, freeze_encoder=mode == "frozen") for name in args.models}
+        trainers = {
+            name: Trainer(name, inputs, freeze_encoder=mode == "frozen", compile=args.compile, **on_device)
+            for name in args.models
+        }
         # FLOPs per sample are linear in the batch: count them on a small batch, a separate model (cheap).
         small = make_batch(args.flops_batch_size, args.caption_length)
         flops = {
-            name: Trainer(name, small, freeze_encoder=mode == "frozen").flops() * args.batch_size / args.flops_batch_size
+            name: Trainer(name, small, freeze_encoder=mode == "frozen", **on_device).flops()
+            * args.batch_size / args.flops_batch_size
             for name in args.models
         }
         for name in args.models:
             print(f"  {name}: {flops[name] / args.batch_size / 1e9:.1f} GFLOP/sample (forward + backward)", flush=True)
         print(f"\nencoder {mode}, batch {args.batch_size}, caption length {args.caption_length}", flush=True)
-        results = run_alternating({name: t.step for name, t in trainers.items()}, repeats=args.repeats)
-        rate = matmul_gflops()
-        print(f"fp32 matmul rate after this mode: {rate:.1f} GFLOP/s", flush=True)
+        results = run_alternating({name: t.step for name, t in trainers.items()}, repeats=args.repeats,
+                                  device=args.device)
+        rate = measure_rate()
+        print(f"{args.dtype} matmul rate after this mode: {rate:.1f} GFLOP/s", flush=True)
         rate = median([rate_before, rate])
         reference = median(results[args.models[0]]["seconds"])
         for name in args.models:
             seconds = median(results[name]["seconds"])
             achieved = flops[name] / seconds / 1e9
             rows.append([
-                mode, name, f"{args.batch_size / seconds:.3f}", f"{seconds:.2f}", f"{seconds / reference:.2f}",
+                mode, name, f"{args.batch_size / seconds:.3f}", f"{seconds:.3f}", f"{seconds / reference:.2f}",
                 f"{flops[name] / args.batch_size / 1e9:.1f}", f"{achieved:.1f}", f"{achieved / rate:.0%}",
                 f"{median(results[name]['peak_bytes']) / 2**20:.0f}",
             ])
             print("  result:", " | ".join(str(c) for c in rows[-1]), flush=True)
         del trainers
     print(
-        f"\nmedians of {args.repeats} alternating repeats; ratio = time / {args.models[0]} time (> 1: ours faster); "
-        f"fraction = achieved model GFLOP/s / measured fp32 matmul GFLOP/s"
+        f"\n{args.device}, {args.dtype}{', torch.compile' if args.compile else ''}, batch {args.batch_size}; "
+        f"medians of {args.repeats} alternating repeats; ratio = time / {args.models[0]} time (> 1: ours faster); "
+        f"fraction = achieved model GFLOP/s / measured {args.dtype} matmul GFLOP/s on {args.device}"
     )
+    memory = "peak CUDA memory growth MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
     print_table(
         ["encoder", "model", "samples/s", "s/step", f"time / {args.models[0]}", "GFLOP/sample",
-         "achieved GFLOP/s", "of matmul rate", "peak RSS growth MiB"],
+         "achieved GFLOP/s", "of matmul rate", memory],
         rows,
     )
 
