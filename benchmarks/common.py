@@ -76,7 +76,7 @@ def run_alternating(candidates, repeats=3, warmup=1, measure_memory=True, log=pr
 
     Returns `{name: {"seconds": [...], "peak_bytes": [...]}}` (warm-up rounds excluded).
     """
-    on_gpu = str(device).startswith("cuda")
+    on_gpu = is_gpu(device)
     results = {name: {"seconds": [], "peak_bytes": []} for name in candidates}
     for round_index in range(warmup + repeats):
         for name, fn in candidates.items():
@@ -115,7 +115,7 @@ def matmul_gflops(size=None, repeats=None, dtype=torch.float32, device="cpu"):
     CPU: 2048^2 x 5. GPU: 8192^2, 10 products per timing (one product is ~1 ms on an H200, too short to time
     alone), 5 timings, after 3 warm-up products that also bring the clocks up.
     """
-    on_gpu = str(device).startswith("cuda")
+    on_gpu = is_gpu(device)
     size = size or (8192 if on_gpu else 2048)
     repeats = repeats or 5
     products = 10 if on_gpu else 1
@@ -134,8 +134,17 @@ def matmul_gflops(size=None, repeats=None, dtype=torch.float32, device="cpu"):
     return median(rates)
 
 
+def is_gpu(device):
+    return str(device).startswith("cuda")
+
+
+def memory_column(device):
+    """The table header of the peak-memory column: what was measured on this device."""
+    return "peak CUDA memory growth MiB" if is_gpu(device) else "peak RSS growth MiB"
+
+
 def _sync(device):
-    if str(device).startswith("cuda"):
+    if is_gpu(device):
         torch.cuda.synchronize()
 
 
@@ -153,7 +162,7 @@ def setup_threads(num_threads, device="cpu"):
     torch.manual_seed(0)
     import transformers
 
-    where = torch.cuda.get_device_name() if str(device).startswith("cuda") else "CPU"
+    where = torch.cuda.get_device_name() if is_gpu(device) else "CPU"
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
         f"cpu_count {os.cpu_count()}, device {device} ({where})",

@@ -8,8 +8,8 @@ Every setting forces 20 new tokens (`min_new_tokens = max_new_tokens = 20`) so t
 Per setting the candidates run alternately (one warm-up round, then `--repeats` rounds); the table shows
 the median captions/s, the ratio ours / peer (> 1: ours faster) and the median peak memory growth during the
 call (RSS on CPU, the CUDA allocator on a GPU; see common.py). `--dtype bfloat16` runs every model's weights
-and inputs in bf16 (inference, no autocast). Before timing, it prints which attention implementation each sub-model uses and how
-many SDPA calls the encoder and the decoder make.
+and inputs in bf16 (inference, no autocast). Before timing, it prints which attention implementation each
+sub-model uses and how many SDPA calls the encoder and the decoder make.
 """
 
 import argparse
@@ -26,6 +26,7 @@ from common import (  # noqa: E402
     build_git,
     build_vision_encoder_decoder,
     median,
+    memory_column,
     ours_variant_builders,
     print_table,
     run_alternating,
@@ -110,9 +111,8 @@ def main(argv=None):
                 print("  result:", " | ".join(str(c) for c in rows[-1]), flush=True)
     print(f"\n{args.device}, {args.dtype}; medians of {args.repeats} alternating repeats; "
           f"ratio = peer time / {args.models[0]} time (> 1: ours faster)")
-    memory = "peak CUDA memory growth MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
     print_table(
-        ["batch", "strategy", "model", "captions/s", "s/call", f"time / {args.models[0]}", memory],
+        ["batch", "strategy", "model", "captions/s", "s/call", f"time / {args.models[0]}", memory_column(args.device)],
         rows,
     )
 

@@ -16,9 +16,8 @@ same run (CPU: fp32 2048 x 2048, same threads; GPU: 8192 x 8192 in the step's dt
 optimizer, forward and loss under `torch.autocast(dtype=torch.bfloat16)`.
 """
 
-import functools
-
 import argparse
+import functools
 import os
 import sys
 
@@ -34,6 +33,7 @@ from common import (  # noqa: E402
     build_vision_encoder_decoder,
     matmul_gflops,
     median,
+    memory_column,
     ours_variant_builders,
     print_table,
     run_alternating,
@@ -169,10 +169,9 @@ def main(argv=None):
         f"medians of {args.repeats} alternating repeats; ratio = time / {args.models[0]} time (> 1: ours faster); "
         f"fraction = achieved model GFLOP/s / measured {args.dtype} matmul GFLOP/s on {args.device}"
     )
-    memory = "peak CUDA memory growth MiB" if args.device.startswith("cuda") else "peak RSS growth MiB"
     print_table(
         ["encoder", "model", "samples/s", "s/step", f"time / {args.models[0]}", "GFLOP/sample",
-         "achieved GFLOP/s", "of matmul rate", memory],
+         "achieved GFLOP/s", "of matmul rate", memory_column(args.device)],
         rows,
     )
 

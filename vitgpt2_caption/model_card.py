@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-# The repository root's template. An installed (non-editable) package has no repository root: pass template_path.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"  # package data: also in an installed wheel
+# The card template ships as package data (setup.cfg), so an installed wheel has it too; template_path overrides it.
+DEFAULT_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 TAGS = ["image-captioning", "vision", "vit", "gpt2", "custom_code"]
 
 # metrics.json name -> (model-index metric type, display name).
